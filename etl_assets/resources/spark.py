@@ -1,0 +1,98 @@
+"""The Spark session of a run: one per process, sized to the CPUs and memory it may really use."""
+
+from typing import Any
+
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field, PrivateAttr
+
+from etl_assets.resources.cpu import total_memory_bytes, usable_cpu_count
+
+
+def default_driver_memory() -> str:
+    """A quarter of the machine's memory, 1 to 16 GiB: room for the driver without starving Ray."""
+    gibibytes = max(1, min(16, total_memory_bytes() // 4 // 2**30))
+    return f"{gibibytes}g"
+
+
+class SparkUnavailable(RuntimeError):
+    pass
+
+
+class SparkResource(ConfigurableResource):
+    """A SparkSession created on first use and stopped at the end of the run, if this resource created it."""
+
+    master: str | None = Field(
+        default=None,
+        description="Spark master URL: spark://host:7077, sc://host:15002 for Spark Connect, or local[N]. "
+        "Defaults to local[N] with N the CPUs this process may use.",
+    )
+    cores: int | None = Field(default=None, description="Cores of the local master. Defaults to the usable CPUs.")
+    driver_memory: str | None = Field(default=None, description="spark.driver.memory, e.g. 4g. Defaults to a quarter of RAM, 1 to 16g.")
+    shuffle_partitions: int | None = Field(
+        default=None, description="spark.sql.shuffle.partitions. Defaults to twice the cores instead of Spark's 200."
+    )
+    app_name: str = Field(default="etl_assets", description="Name of the Spark application.")
+    extra_conf: dict[str, str] = Field(default_factory=dict, description="Further Spark settings; they win over the sized defaults.")
+
+    _pyspark: LazyPySparkResource | None = PrivateAttr(default=None)
+    _created_here: bool = PrivateAttr(default=False)
+    _started: bool = PrivateAttr(default=False)
+
+    def resolved_cores(self) -> int:
+        return self.cores or usable_cpu_count()
+
+    def spark_conf(self) -> dict[str, str]:
+        """Return every Spark setting this resource applies, sized defaults first."""
+        cores = self.resolved_cores()
+        conf = {
+            "spark.app.name": self.app_name,
+            "spark.master": self.master or f"local[{cores}]",
+            "spark.driver.memory": self.driver_memory or default_driver_memory(),
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions or 2 * cores),
+            "spark.sql.adaptive.enabled": "true",
+            "spark.sql.session.timeZone": "UTC",
+            "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+            "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.csv.parser.columnPruning.enabled": "true",
+        }
+        if conf["spark.master"].startswith("sc://"):
+            conf["spark.remote"] = conf.pop("spark.master")
+        conf.update(self.extra_conf)
+        return conf
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        from pyspark.sql import SparkSession
+
+        self._created_here = SparkSession.getActiveSession() is None
+        self._pyspark = LazyPySparkResource(spark_config=self.spark_conf())
+        conf = self.spark_conf()
+        context.log.info(
+            f"Spark will use master {conf.get('spark.master') or conf.get('spark.remote')}, "
+            f"driver memory {conf['spark.driver.memory']}, {conf['spark.sql.shuffle.partitions']} shuffle partitions"
+        )
+
+    @property
+    def spark_session(self) -> Any:
+        if self._pyspark is None:
+            raise RuntimeError("SparkResource is not set up: use it through Dagster or call setup_for_execution first")
+        try:
+            session = self._pyspark.spark_session
+            self._started = True
+            return session
+        except Exception as error:
+            conf = self.spark_conf()
+            raise SparkUnavailable(
+                f"could not start Spark with master {conf.get('spark.master') or conf.get('spark.remote')}: "
+                f"{str(error).splitlines()[0][:300]}; check that the master is running and reachable and that Java 17+ is on PATH"
+            ) from None
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        # A session that existed before the run (a test session, a notebook) is left running.
+        if self._pyspark is not None and self._started and self._created_here:
+            self._pyspark.spark_session.stop()
+            context.log.info("Stopped the Spark session of this run")
+        self._pyspark = None
+        self._started = False
