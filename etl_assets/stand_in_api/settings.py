@@ -161,4 +161,6 @@ def parse_value(setting_name: str, raw: str) -> Any:
     try:
         return SETTING_PARSERS[setting_name](raw)
     except ValueError as error:
-        raise ValueError(f"invalid {env_name(setting_name)}={raw!r}: {error}") from error
+        raise ValueError(
+            f"invalid {setting_name} {raw!r} (flag or {env_name(setting_name)}): {error}"
+        ) from error
