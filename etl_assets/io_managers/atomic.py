@@ -5,7 +5,6 @@ then swapped in. On Linux the swap is one `renameat2(RENAME_EXCHANGE)` call, so
 a reader sees the old folder or the new one, never a mix and never nothing.
 """
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -13,7 +12,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from typing import IO
 
 from upath import UPath
 
@@ -78,34 +77,49 @@ def commit_folder(staged: UPath, target: UPath) -> None:
     shutil.rmtree(os.fspath(retired.path))
 
 
-@contextlib.contextmanager
-def partition_lock(target: UPath, timeout_seconds: float) -> Iterator[None]:
-    """Hold an exclusive lock on one partition so two runs never write it at once.
+class PartitionLock:
+    """An exclusive lock on one partition, so two runs never write it at once.
 
-    The lock is an `flock` on a hidden file beside the partition; the kernel
-    releases it when the process dies, so a killed run leaves no stale lock.
-    Object stores have no such lock: there the call only yields.
+    The lock is an `flock` on a hidden file beside the partition, which the
+    kernel releases when the process dies: a killed run leaves no stale lock.
+    Object stores have no such lock, so there acquiring always succeeds.
     """
-    if not is_local(target):
-        yield
-        return
 
-    lock_path = os.fspath((target.parent / f".{target.name}.lock").path)
-    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    with open(lock_path, "a") as handle:
-        deadline = time.monotonic() + timeout_seconds
+    def __init__(self, target: UPath, timeout_seconds: float):
+        self.target = target
+        self.timeout_seconds = timeout_seconds
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> "PartitionLock":
+        if not is_local(self.target):
+            return self
+
+        lock_path = os.fspath((self.target.parent / f".{self.target.name}.lock").path)
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        handle = open(lock_path, "a")
+        deadline = time.monotonic() + self.timeout_seconds
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                self._handle = handle
+                return self
             except BlockingIOError:
                 if time.monotonic() > deadline:
+                    handle.close()
                     raise PartitionLockTimeout(
-                        f"partition {target} is being written by another run (lock {lock_path} held for "
-                        f"{timeout_seconds:.0f} s); wait for that run to finish, then retry"
+                        f"partition {self.target} is being written by another run (lock {lock_path} held for "
+                        f"{self.timeout_seconds:.0f} s); wait for that run to finish, then retry"
                     ) from None
                 time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "PartitionLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

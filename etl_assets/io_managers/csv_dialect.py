@@ -77,8 +77,8 @@ def write_rows(stream: IO[str], columns: Sequence[str], rows: Iterable[dict[str,
     return count
 
 
-def read_rows(path: str, column_types: dict[str, type]) -> list[dict[str, Any]]:
-    """Read a CSV file of this dialect into dicts, ints as ints and strings as strings.
+def read_rows(source: Any, column_types: dict[str, type]) -> list[dict[str, Any]]:
+    """Read a CSV file (a path or a binary file object) of this dialect into dicts, ints as ints and strings as strings.
 
     pyarrow, unlike Python's `csv` module, tells a quoted empty string from a null.
     """
@@ -87,7 +87,7 @@ def read_rows(path: str, column_types: dict[str, type]) -> list[dict[str, Any]]:
 
     arrow_types = {name: pa.int64() if kind is int else pa.string() for name, kind in column_types.items()}
     table = pacsv.read_csv(
-        path,
+        source,
         read_options=pacsv.ReadOptions(encoding="utf8"),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, double_quote=True, quote_char='"'),
         convert_options=pacsv.ConvertOptions(
