@@ -17,8 +17,8 @@ AsgiApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitabl
 class ConnectionAbortMiddleware:
     """Outermost ASGI middleware that lets a route reset its connection.
 
-    ASGI has no message for "drop the connection", and uvicorn answers 500 when
-    an app raises before starting a response. So this middleware puts a
+    ASGI has no message for "drop the connection", and uvicorn sends a 500 response
+    when an app raises before starting a response. So this middleware puts a
     callable into the scope that reaches the server's transport and aborts it.
     It needs uvicorn's own `send`, which is why it must wrap the whole app.
     """

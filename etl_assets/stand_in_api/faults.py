@@ -20,7 +20,7 @@ class FaultAction(enum.Enum):
 
 @dataclass(frozen=True)
 class FaultDecision:
-    """What to do with one page request, and the generator for its table change."""
+    """Fault action for one page request, and the generator for its table change."""
 
     action: FaultAction
     delay_s: float
@@ -34,7 +34,7 @@ class FaultPlanner:
 
     The decision for the n-th request of (endpoint, page, size) depends only on
     the seed and those four values, so a retried page can succeed and a second
-    run with the same seed and the same requests sees the same faults.
+    run with the same seed and the same requests gets the same faults.
     """
 
     def __init__(self, seed: int, faults: FaultSettings) -> None:

@@ -37,7 +37,7 @@ class PortInUseError(OSError):
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind and listen on (host, port); port 0 picks a free port.
 
-    Binding before uvicorn starts tells the caller the real port at once and
+    Binding before uvicorn starts gives the caller the real port at once and
     turns "address in use" into a `PortInUseError` instead of a uvicorn exit.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -96,7 +96,7 @@ def wait_until_answering(base_url: str, thread: threading.Thread, timeout_s: flo
                 raise RuntimeError(f"stand-in server at {base_url} stopped during startup") from error
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"stand-in server at {base_url} did not answer within {timeout_s} s"
+                    f"stand-in server at {base_url} did not respond within {timeout_s} s"
                 ) from error
         time.sleep(0.02)
 
@@ -111,7 +111,7 @@ def serve_in_thread(
 ) -> Iterator[RunningServer]:
     """Run the stand-in API in a background thread until the block exits.
 
-    Yields once the server answers GET /openapi.json. Raises `PortInUseError`
+    Yields once GET /openapi.json returns 200. Raises `PortInUseError`
     when `port` is taken.
     """
     app = create_app(settings)

@@ -49,7 +49,7 @@ class TableStore:
             return rows[offset : offset + limit], len(rows)
 
     def change_before(self, endpoint: str, offset: int, rng: random.Random) -> int:
-        """Grow or shrink the table at positions before `offset`, as the faults say.
+        """Grow or shrink the table at positions before `offset`, per `faults.change`.
 
         Returns the number of rows inserted or removed, which stays 0 once
         `change_max` rows have changed in this table.
