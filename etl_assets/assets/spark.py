@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetIn, asset
 
-from etl_assets.io_managers.spark_csv_io_manager import SparkOutput
+from etl_assets.io_managers.spark_csv_io_manager import KEPT_ROWS, SparkOutput
 from etl_assets.partitions import daily_partitions
 
 SPARK_INPUT = "spark_csv_io_manager"
@@ -33,16 +33,14 @@ def drop_reason(*rules):
     return reason
 
 
-def observe_drops(frame, observation_name: str, rule_names: list[str], key: str | None = None):
-    """Attach an Observation counting rows dropped per rule (and duplicates of `key`) during the write."""
+def observe_drops(frame, observation_name: str, rule_names: list[str]):
+    """Attach an Observation counting rows dropped per rule, and rows kept, during the write."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     observation = Observation(observation_name)
     counters = [F.count(F.when(F.col("_drop_reason") == name, 1)).alias(f"dropped_{name}") for name in rule_names]
-    if key is not None:
-        kept = F.col("_drop_reason").isNull()
-        counters.append((F.count(F.when(kept, 1)) - F.count_distinct(F.when(kept, F.col(key)))).alias("dropped_older_duplicates"))
+    counters.append(F.count(F.when(F.col("_drop_reason").isNull(), 1)).alias(KEPT_ROWS))
     return frame.observe(observation, *counters), observation
 
 
@@ -106,11 +104,11 @@ def tracks(context: AssetExecutionContext, raw_tracks) -> SparkOutput:
         ("invalid_duration", F.col("duration_seconds").isNull()),
     ]
     flagged = typed.withColumn("_drop_reason", drop_reason(*rules))
-    flagged, drops = observe_drops(flagged, "tracks_drops", [name for name, _ in rules], key="id")
+    flagged, drops = observe_drops(flagged, "tracks_drops", [name for name, _ in rules])
 
     cleaned = newest_per_id(flagged.filter(F.col("_drop_reason").isNull()).drop("_drop_reason"))
     context.log.info("Cleaning tracks: blank names and artists, invalid durations and older versions are dropped")
-    return SparkOutput(cleaned.select("id", "name", "artist", "songwriters", "duration_seconds", "genres", "album", "created_at", "updated_at"), [drops])
+    return SparkOutput(cleaned.select("id", "name", "artist", "songwriters", "duration_seconds", "genres", "album", "created_at", "updated_at"), [drops], deduplicated=True)
 
 
 @asset(ins=spark_inputs("raw_users"), group_name="cleaned", **COMMON)
@@ -128,11 +126,11 @@ def users(context: AssetExecutionContext, raw_users) -> SparkOutput:
     )
 
     flagged = typed.withColumn("_drop_reason", drop_reason(("null_id", F.col("id").isNull())))
-    flagged, drops = observe_drops(flagged, "users_drops", ["null_id"], key="id")
+    flagged, drops = observe_drops(flagged, "users_drops", ["null_id"])
 
     cleaned = newest_per_id(flagged.filter(F.col("_drop_reason").isNull()).drop("_drop_reason"))
     context.log.info("Cleaning users: emails normalised, older versions dropped")
-    return SparkOutput(cleaned.select("id", "first_name", "last_name", "email", "gender", "favorite_genres", "created_at", "updated_at"), [drops])
+    return SparkOutput(cleaned.select("id", "first_name", "last_name", "email", "gender", "favorite_genres", "created_at", "updated_at"), [drops], deduplicated=True)
 
 
 @asset(ins=spark_inputs("raw_listen_history"), group_name="cleaned", **COMMON)
@@ -163,7 +161,7 @@ def listen_events(context: AssetExecutionContext, raw_listen_history) -> SparkOu
         parse_timestamp("updated_at"),
     )
     context.log.info("Exploding listening-history records into one event per track")
-    return SparkOutput(events.select("user_id", "track_id", "position", "created_at", "updated_at"), [drops])
+    return SparkOutput(events.select("user_id", "track_id", "position", "created_at", "updated_at"), [drops], deduplicated=True)
 
 
 @asset(ins=spark_inputs("listen_events", "users", "tracks"), group_name="joined", **COMMON)

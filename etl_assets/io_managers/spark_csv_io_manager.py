@@ -27,6 +27,8 @@ from etl_assets.resources.spark import SparkResource
 from etl_assets.resources.storage import SnapshotStorage
 
 PREVIEW_ROWS = 5
+# An observed metric: rows that passed the cleaning rules, before one version per id is kept.
+KEPT_ROWS = "rows_kept_by_rules"
 
 
 @dataclass
@@ -35,6 +37,8 @@ class SparkOutput:
 
     frame: Any
     observations: list[Any] = field(default_factory=list)
+    # True when the frame keeps one row per id, so kept rows minus written rows were older versions.
+    deduplicated: bool = False
 
 
 def spark_path(path: UPath) -> str:
@@ -70,7 +74,10 @@ class SparkCsvIOManager(UPathIOManager):
 
         metadata: dict[str, Any] = {"row_count": MetadataValue.int(int(written.get["row_count"]))}
         for observation in output.observations:
-            metadata.update({name: MetadataValue.int(int(value or 0)) for name, value in observation.get.items()})
+            for name, value in observation.get.items():
+                metadata[name] = MetadataValue.int(int(value or 0))
+                if name == KEPT_ROWS and output.deduplicated:
+                    metadata["dropped_older_duplicates"] = MetadataValue.int(int(value or 0) - metadata["row_count"].value)
 
         schema = output.frame.schema
         preview = self._read(path, schema).limit(PREVIEW_ROWS).collect()

@@ -78,6 +78,10 @@ class RayCluster(RayResource):
         context.log.info(f"Connected to {self.name} with {cpus} CPUs")
         return self._context
 
+    def on_connect(self, context: Any) -> None:
+        # dagster-ray's message names Ray Client, which a local Ray does not use; connect() logs instead.
+        pass
+
     def cleanup(self, context: Any, exception: BaseException | None) -> None:
         # Only the Ray connection this resource opened is closed; an external cluster keeps running.
         if self._started_here:
