@@ -161,7 +161,7 @@ def listen_events(context: AssetExecutionContext, raw_listen_history) -> SparkOu
         parse_timestamp("updated_at"),
     )
     context.log.info("Exploding listening-history records into one event per track")
-    return SparkOutput(events.select("user_id", "track_id", "position", "created_at", "updated_at"), [drops], deduplicated=True)
+    return SparkOutput(events.select("user_id", "track_id", "position", "created_at", "updated_at"), [drops])
 
 
 @asset(ins=spark_inputs("listen_events", "users", "tracks"), group_name="joined", **COMMON)
