@@ -7,6 +7,7 @@ from dagster import Definitions, in_process_executor
 from etl_assets.assets.raw import raw_assets
 from etl_assets.assets.spark import spark_assets
 from etl_assets.automation import daily_snapshot_job, daily_snapshot_schedule, raw_sensors, spark_refresh_job
+from etl_assets.checks import asset_checks
 from etl_assets.io_managers.csv_io_manager import RawCsvIOManagerFactory
 from etl_assets.io_managers.spark_csv_io_manager import SparkCsvIOManagerFactory
 from etl_assets.resources.api import MoovitamixApi
@@ -33,6 +34,7 @@ def build_resources(**overrides):
 
 defs = Definitions(
     assets=[*raw_assets, *spark_assets],
+    asset_checks=asset_checks,
     jobs=[daily_snapshot_job, spark_refresh_job],
     schedules=[daily_snapshot_schedule],
     sensors=raw_sensors,

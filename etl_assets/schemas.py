@@ -89,6 +89,6 @@ SPARK_SCHEMAS: dict[str, StructType] = {
     "tracks": TRACKS_SCHEMA,
     "users": USERS_SCHEMA,
     "listen_events": LISTEN_EVENTS_SCHEMA,
-    "listen_event_orphans": LISTEN_EVENTS_SCHEMA,
+    "listen_event_orphans": StructType([*LISTEN_EVENTS_SCHEMA.fields, StructField("orphan_reason", StringType(), False)]),
     "listening_activity": LISTENING_ACTIVITY_SCHEMA,
 }

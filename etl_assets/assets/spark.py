@@ -164,7 +164,8 @@ def listen_events(context: AssetExecutionContext, raw_listen_history) -> SparkOu
     return SparkOutput(events.select("user_id", "track_id", "position", "created_at", "updated_at"), [drops])
 
 
-@asset(ins=spark_inputs("listen_events", "users", "tracks"), group_name="joined", **COMMON)
+# Depends on the orphans too, so that their blocking share check can stop the join.
+@asset(ins=spark_inputs("listen_events", "users", "tracks"), deps=["listen_event_orphans"], group_name="joined", **COMMON)
 def listening_activity(context: AssetExecutionContext, listen_events, users, tracks):
     """One row per listening event whose user and track exist, with the user's and the track's attributes.
 
@@ -202,4 +203,35 @@ def listening_activity(context: AssetExecutionContext, listen_events, users, tra
     )
 
 
-spark_assets = [tracks, users, listen_events, listening_activity]
+def flag_orphans(listen_events, users, tracks):
+    """Return the events with an `orphan_reason` column: null when both user and track exist."""
+    from pyspark.sql import functions as F
+
+    known_users = users.select(F.col("id").alias("user_id"), F.lit(True).alias("_user_known"))
+    known_tracks = tracks.select(F.col("id").alias("track_id"), F.lit(True).alias("_track_known"))
+    flagged = listen_events.join(F.broadcast(known_users), "user_id", "left").join(F.broadcast(known_tracks), "track_id", "left")
+    user_missing = F.col("_user_known").isNull()
+    track_missing = F.col("_track_known").isNull()
+    reason = (
+        F.when(user_missing & track_missing, "unknown_user_and_track")
+        .when(user_missing, "unknown_user")
+        .when(track_missing, "unknown_track")
+    )
+    return flagged.withColumn("orphan_reason", reason).drop("_user_known", "_track_known")
+
+
+@asset(ins=spark_inputs("listen_events", "users", "tracks"), group_name="joined", **COMMON)
+def listen_event_orphans(context: AssetExecutionContext, listen_events, users, tracks):
+    """One row per listening event whose user or track is missing from the day's tables, kept for inspection.
+
+    `orphan_reason` is unknown_user, unknown_track or unknown_user_and_track.
+    These events are the ones `listening_activity` leaves out.
+    """
+    from pyspark.sql import functions as F
+
+    orphans = flag_orphans(listen_events, users, tracks).filter(F.col("orphan_reason").isNotNull())
+    context.log.info("Setting aside listening events of unknown users or tracks")
+    return orphans.select("user_id", "track_id", "position", "created_at", "updated_at", "orphan_reason")
+
+
+spark_assets = [tracks, users, listen_events, listen_event_orphans, listening_activity]
