@@ -27,9 +27,13 @@ def split_blocks(pages: list[int], count: int) -> list[list[int]]:
     return blocks
 
 
-def fetch_block(settings: ApiClientSettings, table: RawTable, pages: list[int], staging_uri: str, threads: int) -> list[PageManifest]:
+def fetch_block(
+    settings: ApiClientSettings, table: RawTable, pages: list[int], staging_uri: str, threads: int, budget=None
+) -> list[PageManifest]:
     """Fetch a block of pages and store each one; runs inside a Ray task."""
-    client = ApiClient(settings)
+    from etl_assets.resources.rate_limit import SharedBudgetGate
+
+    client = ApiClient(settings, gate=SharedBudgetGate(budget) if budget is not None else None)
     staging = UPath(staging_uri)
 
     def fetch_and_store(page: int) -> PageManifest:
@@ -43,11 +47,14 @@ class TableChangedTooOften(RuntimeError):
     pass
 
 
-def run_ray_blocks(settings: ApiClientSettings, table: RawTable, pages: list[int], staging: UPath, tasks: int, threads: int) -> list[PageManifest]:
+def run_ray_blocks(
+    settings: ApiClientSettings, table: RawTable, pages: list[int], staging: UPath, tasks: int, threads: int, budget
+) -> list[PageManifest]:
     import ray
 
+    # A task whose worker dies is retried by Ray; a PageFetchError is final, its retries are spent.
     remote = ray.remote(max_retries=2, retry_exceptions=False)(fetch_block)
-    futures = [remote.remote(settings, table, block, str(staging), threads) for block in split_blocks(pages, tasks)]
+    futures = [remote.remote(settings, table, block, str(staging), threads, budget) for block in split_blocks(pages, tasks)]
     try:
         return [manifest for block in ray.get(futures) for manifest in block]
     except ray.exceptions.RayTaskError as error:
@@ -68,6 +75,7 @@ def ingest_endpoint(
     threads: int,
     max_passes: int,
     log,
+    budget=None,
 ) -> StagedSnapshot:
     """Fetch all pages of an endpoint into `staging` until one pass sees a constant `total`.
 
@@ -96,7 +104,7 @@ def ingest_endpoint(
             f"with Ray ({reused} already stored by an earlier attempt)"
         )
         if missing:
-            for manifest in run_ray_blocks(settings, table, missing, staging, tasks, threads):
+            for manifest in run_ray_blocks(settings, table, missing, staging, tasks, threads, budget):
                 manifests[manifest.page] = manifest
 
         for manifest in manifests.values():

@@ -30,7 +30,13 @@ class IngestionConfig(Config):
         default=None, description="Ray tasks sharing the pages. Defaults to the CPUs of the Ray cluster."
     )
     threads_per_task: int = Field(
-        default=8, ge=1, description="Concurrent requests inside each Ray task; fetching waits on the network, not the CPU."
+        default=16, ge=1, description="Concurrent requests inside each Ray task; fetching waits on the network, not the CPU."
+    )
+    max_in_flight_requests: int = Field(
+        default=64, ge=1, description="Page requests in flight at once across every Ray task of the asset."
+    )
+    max_requests_per_second: float = Field(
+        default=500.0, gt=0, description="New page requests per second across every Ray task; halved on each HTTP 429."
     )
     max_passes: int = Field(
         default=5, ge=1, description="Passes over the pages before failing when the table's total keeps changing."
@@ -76,6 +82,8 @@ def build_raw_asset(name: str, table: RawTable) -> AssetsDefinition:
     ) -> StagedSnapshot:
         import ray
 
+        from etl_assets.resources.rate_limit import RequestBudget
+
         partition = context.partition_key
         storage.check_writable()
         tasks = config.ray_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -93,6 +101,7 @@ def build_raw_asset(name: str, table: RawTable) -> AssetsDefinition:
                 threads=config.threads_per_task,
                 max_passes=config.max_passes,
                 log=context.log,
+                budget=RequestBudget.remote(config.max_in_flight_requests, config.max_requests_per_second),
             )
             log_retries(context, snapshot.retries)
             check_reject_share(name, snapshot, config.max_reject_share)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -99,11 +99,20 @@ class RecordingRetry(Retry):
         super().sleep(response)
 
 
+class RequestGate(Protocol):
+    """Admission of requests shared beyond one process; `release` says whether the API throttled."""
+
+    def acquire(self) -> None: ...
+
+    def release(self, throttled: bool) -> None: ...
+
+
 class ApiClient:
     """Fetches pages of one API with retries; a session per thread keeps connections alive."""
 
-    def __init__(self, settings: ApiClientSettings):
+    def __init__(self, settings: ApiClientSettings, gate: RequestGate | None = None):
         self.settings = settings
+        self.gate = gate
         self._local = threading.local()
 
     def _session(self) -> tuple[requests.Session, HTTPAdapter]:
@@ -146,6 +155,8 @@ class ApiClient:
         adapter.max_retries = self._retry(label, events)
         attempts = lambda: len(events) + 1  # noqa: E731
 
+        if self.gate is not None:
+            self.gate.acquire()
         try:
             response = session.get(url, params={"page": page, "size": size}, timeout=self.settings.timeout_seconds)
         except requests.RequestException as error:
@@ -153,6 +164,9 @@ class ApiClient:
                 f"fetching {label} from {redact_url(url)} failed after {attempts()} attempts: "
                 f"{describe_error(error)}; check that the API is up and reachable, or raise max_attempts"
             ) from None
+        finally:
+            if self.gate is not None:
+                self.gate.release(throttled=any("HTTP 429" in event for event in events))
 
         if response.status_code == 422:
             raise PageFetchError(
