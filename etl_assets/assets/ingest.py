@@ -87,7 +87,6 @@ def ingest_endpoint(
     retries: list[str] = []
     for attempt in range(1, max_passes + 1):
         first = client.fetch_page(table.endpoint, 1)
-        retries += first.retries
 
         # Pages stored under another total come from a different table state: all go.
         stored = read_manifests(staging)
@@ -107,8 +106,9 @@ def ingest_endpoint(
             for manifest in run_ray_blocks(settings, table, missing, staging, tasks, threads, budget):
                 manifests[manifest.page] = manifest
 
-        for manifest in manifests.values():
-            retries += manifest.retries
+        # Page 1's retries are in its manifest; reused pages spent theirs in an earlier run.
+        for page in [1, *missing]:
+            retries += manifests[page].retries
         totals = sorted({manifest.total for manifest in manifests.values()})
         if totals == [first.total]:
             return StagedSnapshot(str(staging), table, first.total, first.pages, attempt, manifests, reused, retries)
