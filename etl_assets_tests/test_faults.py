@@ -155,6 +155,19 @@ def test_faults_resets(ray_session, tmp_path):
     assert metadata["duplicates_dropped"] == 0
 
 
+def test_retries_count_first_page(ray_session, tmp_path):
+    # Seed 19 fails the first request of page 1 and serves the second.
+    settings = StandInSettings(seed=19, tracks=SIZE, users=SIZE, listen_history=SIZE).with_faults(
+        error_share=0.2, error_statuses=(503,), endpoints=("tracks",)
+    )
+    with recorded_stand_in(settings) as (server, served):
+        result = run_pipeline(server.base_url, tmp_path, assets=RAW_TRACKS, **FAST_API)
+
+    first_page = [(request.attempt, request.action) for request in served if request.page == 1]
+    assert first_page == [(0, FaultAction.ERROR), (1, FaultAction.SERVE)]
+    assert materialization_metadata(result, "raw_tracks")["retries"] == failed_requests(served, "tracks")
+
+
 def test_throttle_waits_retry_after(ray_session, tmp_path):
     settings = BASE.with_faults(throttle_share=0.1, retry_after_s=1, endpoints=("tracks",))
     with recorded_stand_in(settings) as (server, served):
