@@ -1,0 +1,96 @@
+"""The shell entry points: `dagster asset materialize` on the code location, and the errors of `etl-daily-run`."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from etl_assets.io_managers.csv_dialect import read_rows
+from etl_assets_tests.pipeline import PARTITION
+
+BIN = Path(sys.executable).parent
+EVENT_COLUMNS = {"user_id": int, "track_id": int, "position": int, "created_at": str}
+
+
+def run(command: list[str], tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """Run a command in tmp_path with the given ETL_* and DAGSTER_HOME variables replacing the caller's."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("ETL_", "DAGSTER_", "STAND_IN_"))}
+    environment.update(env)
+    return subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+
+def closed_port() -> int:
+    """Return a loopback port that nothing listens on: bound by the kernel, then released."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def joined_events(server) -> list[tuple]:
+    """Return (user_id, track_id, position, created_at) per served event whose user and track exist."""
+    store = server.app.state.store
+    user_ids = {row["id"] for row in store.snapshot("users")}
+    track_ids = {row["id"] for row in store.snapshot("tracks")}
+    events = []
+    for record in store.snapshot("listen_history"):
+        if record["user_id"] not in user_ids or not record["items"]:
+            continue
+        for position, track_id in enumerate(record["items"]):
+            if track_id in track_ids:
+                events.append((record["user_id"], track_id, position, record["created_at"]))
+    return sorted(events)
+
+
+def test_dagster_materialize_all(small_stand_in, tmp_path):
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    data_dir = tmp_path / "data"
+    command = [str(BIN / "dagster"), "asset", "materialize", "--select", "*", "--partition", PARTITION, "-m", "etl_assets.definitions"]
+    result = run(command, tmp_path, 900, ETL_API_BASE_URL=small_stand_in.base_url, ETL_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    parts = sorted((data_dir / "listening_activity" / PARTITION).glob("part-*.csv"))
+    rows = [row for part in parts for row in read_rows(str(part), EVENT_COLUMNS)]
+    expected = joined_events(small_stand_in)
+    assert len(rows) == len(expected)
+    assert sorted((row["user_id"], row["track_id"], row["position"], row["created_at"]) for row in rows) == expected
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def test_daily_run_closed_port(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = run([str(BIN / "etl-daily-run")], tmp_path, 120, ETL_API_BASE_URL=url, ETL_DATA_DIR=str(tmp_path / "data"), DAGSTER_HOME=str(tmp_path / "home"))
+    lines = error_lines(result)
+
+    assert result.returncode == 1
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: the API at {url}/tracks is unreachable"), lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", ["under_file", "read_only"])
+def test_daily_run_unwritable_data_dir(small_stand_in, tmp_path, case):
+    if case == "under_file":
+        # A folder below a regular file cannot be created, whatever the user's privileges.
+        (tmp_path / "file").write_text("")
+        data_dir = tmp_path / "file" / "sub"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root ignores file modes, so a read-only folder is writable")
+        data_dir = tmp_path / "read_only"
+        data_dir.mkdir(mode=0o500)
+
+    env = {"ETL_API_BASE_URL": small_stand_in.base_url, "ETL_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = run([str(BIN / "etl-daily-run")], tmp_path, 120, **env)
+    lines = error_lines(result)
+
+    assert result.returncode == 1
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: ETL_DATA_DIR {data_dir} is not writable"), lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
