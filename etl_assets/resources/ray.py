@@ -6,7 +6,9 @@ configures Ray Data with a remote task (not used here, and a second of start-up
 per run), and it would shut down a Ray that the caller had already started.
 """
 
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from dagster_ray import RayResource
 from pydantic import Field, PrivateAttr
@@ -14,8 +16,28 @@ from pydantic import Field, PrivateAttr
 from etl_assets.resources.cpu import usable_cpu_count
 
 
+# Ray 2.60 retries an unreachable GCS address (host:port) for about 14 minutes before it raises.
+PROBE_TIMEOUT_SECONDS = 10
+
+
 class RayClusterUnreachable(ConnectionError):
     pass
+
+
+def probe_address(address: str) -> None:
+    """Fail fast when a `host:port` or `ray://host:port` address accepts no TCP connection."""
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    if parts.hostname is None or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=PROBE_TIMEOUT_SECONDS).close()
+    except OSError as error:
+        raise RayClusterUnreachable(
+            f"could not connect to the Ray cluster at {address} ({error.strerror or error}); "
+            "start it with `ray start --head`, fix the address, or leave it empty for a local Ray"
+        ) from None
 
 
 class RayCluster(RayResource):
@@ -63,7 +85,9 @@ class RayCluster(RayResource):
             return None
 
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", **self.ray_init_options}
-        if not self.address:
+        if self.address:
+            probe_address(self.address)
+        else:
             options.setdefault("num_cpus", self.num_cpus or usable_cpu_count())
         try:
             self._context = ray.init(address=self.ray_address, **options)
