@@ -1,6 +1,8 @@
 """The Spark session of a run: one per process, sized to the CPUs and memory it may really use."""
 
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from dagster import ConfigurableResource, InitResourceContext
 from dagster_pyspark import LazyPySparkResource
@@ -15,8 +17,48 @@ def default_driver_memory() -> str:
     return f"{gibibytes}g"
 
 
+# Spark 4.0.1 retries an unreachable spark:// master for about a minute (3 attempts, 20 s apart),
+# then fails with a Py4J message that names neither the master nor the cause.
+PROBE_TIMEOUT_SECONDS = 10
+DEFAULT_PORTS = {"spark": 7077, "sc": 15002}
+
+
 class SparkUnavailable(RuntimeError):
     pass
+
+
+def probe_master(url: str) -> None:
+    """Fail fast unless one master of a spark:// or sc:// URL accepts a TCP connection.
+
+    A spark:// URL may list several masters (spark://a:7077,b:7077); one reachable is enough.
+    Other masters (local[N], yarn, k8s://) are not probed.
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme not in DEFAULT_PORTS:
+        return
+    # Only scheme://hosts is shown: the rest of an sc:// URL may carry a token.
+    masters = rest.split("/")[0]
+    errors = []
+    for host_port in masters.split(","):
+        parts = urlsplit(f"{scheme}://{host_port}")
+        try:
+            port = parts.port or DEFAULT_PORTS[scheme]
+        except ValueError:
+            # An invalid port is left for Spark to reject with its own message.
+            continue
+        if parts.hostname is None:
+            continue
+        try:
+            socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_SECONDS).close()
+            return
+        except OSError as error:
+            errors.append(f"{parts.hostname}:{port}: {error.strerror or error}")
+    if errors:
+        raise SparkUnavailable(
+            f"could not connect to the Spark master at {scheme}://{masters} ({'; '.join(errors)}); "
+            "start the master, fix the master URL (ETL_SPARK_MASTER for the default resources), "
+            "or leave it empty for local Spark"
+        )
 
 
 class SparkResource(ConfigurableResource):
@@ -78,6 +120,11 @@ class SparkResource(ConfigurableResource):
     def spark_session(self) -> Any:
         if self._pyspark is None:
             raise RuntimeError("SparkResource is not set up: use it through Dagster or call setup_for_execution first")
+
+        # A session that already exists is reused whatever its master, so only a new one is probed.
+        conf = self.spark_conf()
+        if not self._started and self._created_here:
+            probe_master(conf.get("spark.master") or conf.get("spark.remote"))
         try:
             session = self._pyspark.spark_session
             self._started = True
