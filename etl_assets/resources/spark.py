@@ -30,7 +30,7 @@ class SparkUnavailable(RuntimeError):
 def probe_master(url: str) -> None:
     """Fail fast unless one master of a spark:// or sc:// URL accepts a TCP connection.
 
-    A spark:// URL may list several masters (spark://a:7077,b:7077); one reachable is enough.
+    A spark:// URL may list several masters (spark://a:7077,b:7077), and one reachable master is enough.
     Other masters (local[N], yarn, k8s://) are not probed.
     """
     scheme, _, rest = url.partition("://")
