@@ -57,7 +57,7 @@ def check_api(base_url: str) -> None:
             "check ETL_API_BASE_URL or unset it to use the bundled stand-in"
         ) from None
     if response.status_code != 200:
-        raise PreflightError(f"the API at {redact_url(url)} answered HTTP {response.status_code}; check ETL_API_BASE_URL")
+        raise PreflightError(f"the API at {redact_url(url)} returned HTTP {response.status_code} for page 1; check ETL_API_BASE_URL")
 
 
 def failure_reason(log_text: str) -> str:

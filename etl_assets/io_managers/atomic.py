@@ -65,7 +65,7 @@ def commit_folder(staged: UPath, target: UPath) -> None:
         return
 
     if exchange_local(staged_path, target_path):
-        # The staged path now holds the previous content.
+        # The staged path now contains the previous content.
         shutil.rmtree(staged_path)
         return
 

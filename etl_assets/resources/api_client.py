@@ -100,7 +100,7 @@ class RecordingRetry(Retry):
 
 
 class RequestGate(Protocol):
-    """Admission of requests shared beyond one process; `release` says whether the API throttled."""
+    """Admission of requests shared beyond one process; `release` reports whether the API throttled the request."""
 
     def acquire(self) -> None: ...
 

@@ -1,6 +1,6 @@
 """A request budget shared by every Ray task of a run, so a large cluster cannot flood the API.
 
-One Ray actor holds the budget: at most `max_in_flight` page requests at a
+One Ray actor keeps the budget: at most `max_in_flight` page requests at a
 time and at most `rate` new ones per second. A 429 from the API halves the
 rate for every task; each successful page raises it back by 2 % of the
 maximum, so the rate settles just under what the API tolerates.

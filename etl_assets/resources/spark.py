@@ -12,7 +12,7 @@ from etl_assets.resources.cpu import total_memory_bytes, usable_cpu_count
 
 
 def default_driver_memory() -> str:
-    """A quarter of the machine's memory, 1 to 16 GiB: room for the driver without starving Ray."""
+    """Return a quarter of the machine's memory, 1 to 16 GiB, so the driver leaves room for Ray."""
     gibibytes = max(1, min(16, total_memory_bytes() // 4 // 2**30))
     return f"{gibibytes}g"
 
