@@ -16,7 +16,7 @@ EVENT_COLUMNS = {"user_id": int, "track_id": int, "position": int, "created_at":
 
 
 def run(command: list[str], tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
-    """Run a command in tmp_path with the given ETL_* and DAGSTER_HOME variables replacing the caller's."""
+    """Run a command in tmp_path with `env` in place of the caller's ETL_*, DAGSTER_* and STAND_IN_* variables."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("ETL_", "DAGSTER_", "STAND_IN_"))}
     environment.update(env)
     return subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)

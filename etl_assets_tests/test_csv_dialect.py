@@ -103,7 +103,7 @@ def test_python_file_encoding(python_file):
 
 def test_python_file_line_endings(python_file):
     data = python_file.read_bytes()
-    # Every \r in the file belongs to a value; the writer's own line endings are bare \n.
+    # Every \r in the file belongs to a value, because the writer ends its lines with a bare \n.
     assert data.count(b"\r") == carriage_returns()
     assert data.endswith(b"\n")
 
@@ -121,7 +121,7 @@ def test_spark_file_line_endings(spark_folder):
 
 
 def test_null_token_text_pyarrow(tmp_path):
-    # A quoted `\N` is a string; only the bare token is null. Spark reads both as null, as the dialect notes.
+    # A quoted `\N` is a string and only the bare token is null. Spark reads both as null, as the dialect notes.
     path = tmp_path / "token.csv"
     with path.open("w", encoding="utf-8", newline="") as stream:
         write_header(stream, ["id", "name"])

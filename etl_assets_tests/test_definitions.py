@@ -68,7 +68,9 @@ def test_refresh_job_selects_spark_assets(repository):
 def test_defs_schedule(repository):
     schedules = repository.schedule_defs
     assert [schedule.name for schedule in schedules] == [SCHEDULE_NAME]
-    assert (schedules[0].cron_schedule, schedules[0].execution_timezone, schedules[0].job_name) == ("0 6 * * *", "UTC", "daily_snapshot_job")
+    assert schedules[0].cron_schedule == "0 6 * * *"
+    assert schedules[0].execution_timezone == "UTC"
+    assert schedules[0].job_name == "daily_snapshot_job"
 
 
 def test_defs_sensors(repository):

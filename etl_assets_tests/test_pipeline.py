@@ -18,12 +18,13 @@ RAW_ASSETS = list(RAW_TABLES)
 SPARK_ASSETS = ["tracks", "users", "listen_events", "listen_event_orphans", "listening_activity"]
 
 
-def seconds(duration: str) -> int:
-    minutes, secs = duration.split(":")
-    return int(minutes) * 60 + int(secs)
+def parse_duration(duration: str) -> int:
+    """Return the seconds of an `MM:SS` duration."""
+    minutes, seconds = duration.split(":")
+    return int(minutes) * 60 + int(seconds)
 
 
-def truth(server) -> dict[str, list[dict]]:
+def served_tables(server) -> dict[str, list[dict]]:
     store = server.app.state.store
     return {name: store.snapshot(table.endpoint) for name, table in RAW_TABLES.items()}
 
@@ -80,7 +81,7 @@ def landed(spark_session, ray_session, small_stand_in, tmp_path_factory):
 
     raw_tracks = [asset for asset in raw_assets if asset.key.to_user_string() == "raw_tracks"]
     run_pipeline(small_stand_in.base_url, data_dir, partition=OTHER_PARTITION, assets=[*raw_tracks, tracks])
-    return {"result": result, "data_dir": data_dir, "first_state": first_state, "truth": truth(small_stand_in)}
+    return {"result": result, "data_dir": data_dir, "first_state": first_state, "truth": served_tables(small_stand_in)}
 
 
 def expected_row_counts(tables: dict[str, list[dict]]) -> dict[str, int]:
@@ -129,7 +130,7 @@ def test_tracks_duration_seconds_known_rows(landed, spark_session):
 
     served = landed["truth"]["raw_tracks"]
     for row in [served[0], served[len(served) // 2], served[-1]]:
-        assert written[row["id"]] == seconds(row["duration"]), row
+        assert written[row["id"]] == parse_duration(row["duration"]), row
 
 
 @pytest.mark.parametrize("asset", RAW_ASSETS)
@@ -137,7 +138,7 @@ def test_raw_file_values_as_served(landed, asset):
     table = RAW_TABLES[asset]
     rows = read_rows(str(landed["data_dir"] / asset / PARTITION / "part-00000.csv"), table.fields)
 
-    # `items` is stored as JSON text; parsing it back must give the served list.
+    # The file stores `items` as JSON text, so parse it back before comparing with the served list.
     if "items" in table.fields:
         rows = [{**row, "items": None if row["items"] is None else json.loads(row["items"])} for row in rows]
     assert rows == landed["truth"][asset]
@@ -208,7 +209,7 @@ def expected_activity(tables: dict[str, list[dict]]) -> list[dict]:
                 "track_name": track["name"].strip(),
                 "track_artist": track["artist"].strip(),
                 "track_songwriters": track["songwriters"].strip(),
-                "duration_seconds": seconds(track["duration"]),
+                "duration_seconds": parse_duration(track["duration"]),
                 "track_genres": track["genres"].strip(),
                 "track_album": track["album"].strip(),
             }
@@ -223,7 +224,7 @@ def sort_key(row: dict) -> tuple:
 def test_listening_activity_tiny_by_hand(spark_session, ray_session, tmp_path):
     with serve_in_thread(StandInSettings(seed=11, tracks=4, users=3, listen_history=3)) as server:
         run_pipeline(server.base_url, tmp_path)
-        tables = truth(server)
+        tables = served_tables(server)
 
     written = read_spark_output(tmp_path / "listening_activity" / PARTITION, "listening_activity")
     expected = expected_activity(tables)

@@ -76,7 +76,9 @@ def test_spark_conf_default_driver_memory():
 
 def test_spark_conf_explicit_values():
     conf = SparkResource(cores=2, driver_memory="3g", shuffle_partitions=5, app_name="tests").spark_conf()
-    assert (conf["spark.driver.memory"], conf["spark.sql.shuffle.partitions"], conf["spark.app.name"]) == ("3g", "5", "tests")
+    assert conf["spark.driver.memory"] == "3g"
+    assert conf["spark.sql.shuffle.partitions"] == "5"
+    assert conf["spark.app.name"] == "tests"
 
 
 def test_spark_conf_utc():
@@ -101,7 +103,9 @@ def test_api_client_page_exact(small_stand_in):
     truth = small_stand_in.app.state.store.snapshot("tracks")
     page = ApiClient(ApiClientSettings(base_url=small_stand_in.base_url, page_size=100)).fetch_page("tracks", 2)
 
-    assert (page.total, page.pages, page.attempts) == (len(truth), math.ceil(len(truth) / 100), 1)
+    assert page.total == len(truth)
+    assert page.pages == math.ceil(len(truth) / 100)
+    assert page.attempts == 1
     assert page.items == truth[100:200]
 
 
