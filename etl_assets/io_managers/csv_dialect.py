@@ -1,10 +1,11 @@
 """The one CSV dialect every writer and reader of the project uses, Python's and Spark's.
 
 UTF-8 without BOM, `\\n` line endings, a header row, fields quoted with `"` and
-quotes inside them doubled. Strings are always quoted and a null is the bare
-token `\\N`, so an empty string (`""`) and a null stay distinct. Spark reads
-unquoted empty fields as null too, so `\\N` is the only null token either side
-writes. Timestamps are written in UTC with microseconds.
+quotes inside them doubled. A null is the bare token `\\N` and an empty string
+is `""`, so the two stay distinct: Spark reads an unquoted empty field as null
+too, which rules out the empty field as the null token. Python's writer quotes
+every string, while Spark's quotes only those that need it; both read the same.
+Timestamps are written in UTC with microseconds.
 """
 
 import json
