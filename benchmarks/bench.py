@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/bench.py [--quick] [--repeats N] [--output PATH]
 
 --quick runs every measurement on small tables once, to check that the script
-works; its numbers say nothing about performance.
+works; its numbers are not meaningful for performance.
 """
 
 import argparse
@@ -29,7 +29,7 @@ log = logging.getLogger("bench")
 
 @dataclass(frozen=True)
 class Sizes:
-    """Row counts of the stand-in tables; each listening record holds 5 track ids, so events = 5 x records."""
+    """Row counts of the stand-in tables; each listening record contains 5 track ids, so events = 5 x records."""
 
     tracks: int
     users: int

@@ -62,5 +62,5 @@ def measure_growth(sizes, work_dir: Path, partition: str) -> dict:
             if run.returncode != 0:
                 raise RuntimeError(f"{shell_command(command)} failed with exit code {run.returncode}; see {run.log_path}")
             runs[records] = run
-    shown = ["/usr/bin/time", "-v", os.path.relpath(command[0], REPO), *command[1:]]
-    return {"runs": runs, "command": shell_command(shown, {"ETL_API_BASE_URL": "http://127.0.0.1:PORT"})}
+    display_command = ["/usr/bin/time", "-v", os.path.relpath(command[0], REPO), *command[1:]]
+    return {"runs": runs, "command": shell_command(display_command, {"ETL_API_BASE_URL": "http://127.0.0.1:PORT"})}

@@ -79,7 +79,7 @@ def duration_sql(column: str) -> str:
 
 
 def duckdb_statements(data_dir: Path, partition: str) -> list[str]:
-    """The product's cleaning and join rules as DuckDB SQL over the raw CSV partitions."""
+    """Return the product's cleaning and join rules as DuckDB SQL over the raw CSV partitions."""
     newest = "QUALIFY row_number() OVER (PARTITION BY id ORDER BY updated_at DESC NULLS LAST, created_at DESC NULLS LAST) = 1"
     return [
         f"""CREATE OR REPLACE TABLE tracks AS
@@ -135,7 +135,7 @@ def run_duckdb(data_dir: Path, partition: str, output_dir: Path):
 
 
 def row_text_sql(columns: list[str], timestamps: set[str]) -> str:
-    """One text line per row: timestamps in the Spark writer's format, nulls as \\N, fields joined by U+001F."""
+    """Return SQL for one text line per row: timestamps in the Spark writer's format, nulls as \\N, fields joined by U+001F."""
     parts = []
     for column in columns:
         value = f"strftime({column}, '{TIMESTAMP_TEXT}')" if column in timestamps else f"CAST({column} AS VARCHAR)"
@@ -144,7 +144,7 @@ def row_text_sql(columns: list[str], timestamps: set[str]) -> str:
 
 
 def sorted_checksum(connection, relation: str, line_sql: str) -> str:
-    """SHA-256 of the rows' text lines in sorted order, streamed so no side holds all lines in Python."""
+    """Return the SHA-256 of the rows' text lines in sorted order, streamed in batches so Python never keeps all lines."""
     digest = hashlib.sha256()
     cursor = connection.execute(f"SELECT {line_sql} AS line FROM {relation} ORDER BY line")
     while batch := cursor.fetchmany(50_000):

@@ -145,8 +145,8 @@ def end_to_end_section(results: dict) -> list[str]:
         "latency. The launcher starts the stand-in in its own process and then `dagster asset materialize` (the run "
         f"process, called the driver below). Large size: `{large_command}`.",
         "",
-        "Three memory figures: `/usr/bin/time`'s maximum RSS is the largest single process of the tree (often Spark's JVM), "
-        "not a sum. The tree peak is the largest sum of RSS over every process of the tree, sampled from /proc every 0.5 s, "
+        "Three memory figures. `/usr/bin/time`'s maximum RSS is the largest single process among the descendants that were "
+        "waited for, not a sum; where it equals the driver peak, the Spark JVM and Ray's processes were not counted in it. The tree peak is the largest sum of RSS over every process of the tree, sampled from /proc every 0.5 s, "
         "so it can miss short spikes. The driver peak is VmHWM of the `dagster asset materialize` process.",
         "",
         "| Size | Wall seconds | Runs | time -v max RSS | Tree peak | Driver peak |",
