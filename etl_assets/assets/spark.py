@@ -229,9 +229,14 @@ def listen_event_orphans(context: AssetExecutionContext, listen_events, users, t
     """
     from pyspark.sql import functions as F
 
+    from pyspark.sql import Observation
+
     orphans = flag_orphans(listen_events, users, tracks).filter(F.col("orphan_reason").isNotNull())
+    by_reason = Observation("orphans_by_reason")
+    reasons = ["unknown_user", "unknown_track", "unknown_user_and_track"]
+    orphans = orphans.observe(by_reason, *[F.count(F.when(F.col("orphan_reason") == reason, 1)).alias(f"orphans_{reason}") for reason in reasons])
     context.log.info("Setting aside listening events of unknown users or tracks")
-    return orphans.select("user_id", "track_id", "position", "created_at", "updated_at", "orphan_reason")
+    return SparkOutput(orphans.select("user_id", "track_id", "position", "created_at", "updated_at", "orphan_reason"), [by_reason])
 
 
 spark_assets = [tracks, users, listen_events, listen_event_orphans, listening_activity]

@@ -1,6 +1,7 @@
 """The Spark session of a run: one per process, sized to the CPUs and memory it may really use."""
 
 import socket
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -8,6 +9,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field, PrivateAttr
 
+from etl_assets.contract import RAW_TABLES
 from etl_assets.resources.cpu import total_memory_bytes, usable_cpu_count
 
 
@@ -21,6 +23,15 @@ def default_driver_memory() -> str:
 # then fails with a Py4J message that names neither the master nor the cause.
 PROBE_TIMEOUT_SECONDS = 10
 DEFAULT_PORTS = {"spark": 7077, "sc": 15002}
+
+
+def run_needs_spark(context: InitResourceContext) -> bool:
+    """Tell whether the run selects any asset beyond the raw snapshots, which are fetched without Spark."""
+    run = context.dagster_run
+    selection = run.asset_selection if run is not None else None
+    if selection is None:
+        return True
+    return any(key.path[-1] not in RAW_TABLES for key in selection)
 
 
 class SparkUnavailable(RuntimeError):
@@ -74,12 +85,16 @@ class SparkResource(ConfigurableResource):
     shuffle_partitions: int | None = Field(
         default=None, description="spark.sql.shuffle.partitions. Defaults to twice the cores instead of Spark's 200."
     )
+    warm_start: bool = Field(
+        default=True, description="Start the JVM in the background as soon as a run that needs Spark begins."
+    )
     app_name: str = Field(default="etl_assets", description="Name of the Spark application.")
     extra_conf: dict[str, str] = Field(default_factory=dict, description="Further Spark settings; they win over the sized defaults.")
 
     _pyspark: LazyPySparkResource | None = PrivateAttr(default=None)
     _created_here: bool = PrivateAttr(default=False)
     _started: bool = PrivateAttr(default=False)
+    _start_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def resolved_cores(self) -> int:
         return self.cores or usable_cpu_count()
@@ -116,11 +131,26 @@ class SparkResource(ConfigurableResource):
             f"driver memory {conf['spark.driver.memory']}, {conf['spark.sql.shuffle.partitions']} shuffle partitions"
         )
 
+        # The JVM takes seconds to start: start it now, while Ray fetches the raw pages.
+        if self.warm_start and self._created_here and run_needs_spark(context):
+            threading.Thread(target=self._warm_up, name="spark-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            self.spark_session
+        except SparkUnavailable:
+            # The step that needs Spark raises the same error again, with its context.
+            pass
+
     @property
     def spark_session(self) -> Any:
         if self._pyspark is None:
             raise RuntimeError("SparkResource is not set up: use it through Dagster or call setup_for_execution first")
 
+        with self._start_lock:
+            return self._start_session()
+
+    def _start_session(self) -> Any:
         # A session that already exists is reused whatever its master, so only a new one is probed.
         conf = self.spark_conf()
         if not self._started and self._created_here:
