@@ -210,3 +210,24 @@ def test_lock_held_by_other_process(tmp_path):
 
     # The holder died without releasing; the kernel released its lock.
     PartitionLock(target, 1).acquire().release()
+
+
+def test_lock_clears_killed_writer_leftovers(tmp_path):
+    from upath import UPath
+
+    partition = tmp_path / "raw_tracks" / "2026-12-04"
+    partial = tmp_path / "raw_tracks" / ".tmp-2026-12-04-0a1b2c"
+    moved_aside = tmp_path / "raw_tracks" / ".old-2026-12-04-3d4e5f"
+    other_day = tmp_path / "raw_tracks" / ".tmp-2026-12-05-6a7b8c"
+    for folder in (partial, moved_aside, other_day):
+        folder.mkdir(parents=True)
+    (partial / "part-00000.csv").write_text("id\n1\n")
+    (moved_aside / "part-00000.csv").write_text("id\n7\n")
+
+    with PartitionLock(UPath(partition), timeout_seconds=1):
+        pass
+
+    assert not partial.exists()
+    assert not moved_aside.exists()
+    assert (partition / "part-00000.csv").read_text() == "id\n7\n"
+    assert other_day.exists()

@@ -77,6 +77,29 @@ def commit_folder(staged: UPath, target: UPath) -> None:
     shutil.rmtree(os.fspath(retired.path))
 
 
+def recover_leftovers(target: UPath) -> None:
+    """Remove what a killed writer of `target` left beside it; call only while holding its lock.
+
+    A `.tmp-…` folder is a partial write, so it goes. An `.old-…` folder is the
+    previous content moved aside by the fallback swap: it is put back when the
+    crash came before the new content took its place, and removed otherwise.
+    """
+    parent = os.fspath(target.parent.path)
+    if not os.path.isdir(parent):
+        return
+
+    target_path = os.fspath(target.path)
+    for name in sorted(os.listdir(parent)):
+        leftover = os.path.join(parent, name)
+        if name.startswith(f".tmp-{target.name}-"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        elif name.startswith(f".old-{target.name}-"):
+            if not os.path.exists(target_path):
+                os.rename(leftover, target_path)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
 class PartitionLock:
     """An exclusive lock on one partition, so two runs never write it at once.
 
@@ -102,6 +125,7 @@ class PartitionLock:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._handle = handle
+                recover_leftovers(self.target)
                 return self
             except BlockingIOError:
                 if time.monotonic() > deadline:
