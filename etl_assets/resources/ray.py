@@ -20,6 +20,9 @@ from etl_assets.resources.cpu import usable_cpu_count
 PROBE_TIMEOUT_SECONDS = 10
 
 
+LOCAL_START_ATTEMPTS = 3
+
+
 class RayClusterUnreachable(ConnectionError):
     pass
 
@@ -90,7 +93,7 @@ class RayCluster(RayResource):
         else:
             options.setdefault("num_cpus", self.num_cpus or usable_cpu_count())
         try:
-            self._context = ray.init(address=self.ray_address, **options)
+            self._context = self._init_ray(context, options)
         except ConnectionError as error:
             raise RayClusterUnreachable(
                 f"could not connect to the Ray cluster at {self.address} ({error}); "
@@ -101,6 +104,19 @@ class RayCluster(RayResource):
         cpus = int(ray.cluster_resources().get("CPU", 0))
         context.log.info(f"Connected to {self.name} with {cpus} CPUs")
         return self._context
+
+    def _init_ray(self, context: Any, options: dict[str, Any]) -> Any:
+        import ray
+
+        for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+            try:
+                return ray.init(address=self.ray_address, **options)
+            except Exception as error:
+                # Ray 2.60 gives a new local node a fixed 30 s to register, which a loaded machine can miss.
+                if self.address or "timed out during startup" not in str(error) or attempt == LOCAL_START_ATTEMPTS:
+                    raise
+                context.log.warning(f"Local Ray did not start in time (attempt {attempt}); starting it again")
+                ray.shutdown()
 
     def on_connect(self, context: Any) -> None:
         # dagster-ray's message names Ray Client, which a local Ray does not use; connect() logs instead.
