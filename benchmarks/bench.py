@@ -114,6 +114,8 @@ def main() -> int:
         "work_dir": str(work_dir),
     }
     started = time.monotonic()
+    # NOTE: the work folder is kept after the run, with every run's data, logs and /usr/bin/time report.
+    log.info(f"work folder {work_dir}")
 
     phases = [
         ("ingestion", lambda: measure_ingestion(sizes, repeats, data_dir, partition)),
