@@ -74,6 +74,7 @@ def stage_tracks(data_dir: Path, count: int) -> Path:
     """Store `count` tracks as staged pages, as a finished fetch leaves them."""
     staging = SnapshotStorage(base_dir=str(data_dir)).staging_path(ASSET, PARTITION)
     pages = -(-count // ROWS_PER_PAGE)
+    staging.mkdir(parents=True, exist_ok=True)
     for page in range(1, pages + 1):
         ids = range((page - 1) * ROWS_PER_PAGE + 1, min(page * ROWS_PER_PAGE, count) + 1)
         result = PageResult("tracks", page, [track(track_id) for track_id in ids], count, pages, 1)

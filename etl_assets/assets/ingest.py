@@ -95,6 +95,7 @@ def ingest_endpoint(
             clear_pages(staging)
             manifests = {}
         reused = len([page for page in manifests if page > 1])
+        staging.mkdir(parents=True, exist_ok=True)
         manifests[1] = store_page(staging, table, first)
 
         missing = [page for page in range(2, first.pages + 1) if page not in manifests]

@@ -1,21 +1,22 @@
 """The staging area of a raw snapshot being fetched: one CSV and one manifest per API page.
 
-A page's CSV is written first and its manifest last, each through a rename, so
-a page whose manifest exists is complete. A retried step re-fetches only the
-pages without a valid manifest.
+A page's CSV is written first and its manifest last. A page counts as stored
+only when its manifest parses and its CSV matches the manifest's checksum, so
+a write cut short at any point leaves a page that is fetched again. A retried
+step re-fetches only those pages.
 """
 
 import hashlib
 import io
 import json
-import uuid
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from upath import UPath
 
 from etl_assets.contract import RawTable, contract_violation
-from etl_assets.io_managers.atomic import PartitionLock
+from etl_assets.io_managers.atomic import PartitionLock, is_local
 from etl_assets.io_managers.csv_dialect import write_header, write_rows
 from etl_assets.resources.api_client import PageResult
 
@@ -36,10 +37,13 @@ def page_name(page: int) -> str:
     return f"page-{page:06d}"
 
 
-def write_atomically(path: UPath, data: bytes) -> None:
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
-    temporary.write_bytes(data)
-    temporary.rename(path)
+def write_file(path: UPath, data: bytes) -> None:
+    # Plain file calls on a local disk: going through fsspec for every page costs more than the write.
+    if is_local(path):
+        with open(os.fspath(path.path), "wb") as stream:
+            stream.write(data)
+    else:
+        path.write_bytes(data)
 
 
 def store_page(staging: UPath, table: RawTable, result: PageResult) -> PageManifest:
@@ -67,9 +71,9 @@ def store_page(staging: UPath, table: RawTable, result: PageResult) -> PageManif
         rejects=rejects,
         retries=result.retries,
     )
-    staging.mkdir(parents=True, exist_ok=True)
-    write_atomically(staging / f"{page_name(result.page)}.csv", data)
-    write_atomically(staging / f"{page_name(result.page)}.json", json.dumps(asdict(manifest)).encode("utf-8"))
+    # The caller creates the staging folder once, before the pages are fetched.
+    write_file(staging / f"{page_name(result.page)}.csv", data)
+    write_file(staging / f"{page_name(result.page)}.json", json.dumps(asdict(manifest)).encode("utf-8"))
     return manifest
 
 
