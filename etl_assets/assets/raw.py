@@ -64,6 +64,18 @@ def check_reject_share(name: str, snapshot: StagedSnapshot, max_share: float) ->
         )
 
 
+def shared_budget(run_id: str, config: IngestionConfig):
+    """Return the run's request budget actor, created by the first raw asset of the run.
+
+    One actor per run is shared by the raw assets, so the API sees one budget
+    and the run pays the start of one actor process, not one per asset.
+    """
+    from etl_assets.resources.rate_limit import RequestBudget
+
+    options = RequestBudget.options(name=f"etl-request-budget-{run_id}", get_if_exists=True)
+    return options.remote(config.max_in_flight_requests, config.max_requests_per_second)
+
+
 def build_raw_asset(name: str, table: RawTable) -> AssetsDefinition:
     @asset(
         name=name,
@@ -82,8 +94,6 @@ def build_raw_asset(name: str, table: RawTable) -> AssetsDefinition:
     ) -> StagedSnapshot:
         import ray
 
-        from etl_assets.resources.rate_limit import RequestBudget
-
         partition = context.partition_key
         storage.check_writable()
         tasks = config.ray_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -101,7 +111,7 @@ def build_raw_asset(name: str, table: RawTable) -> AssetsDefinition:
                 threads=config.threads_per_task,
                 max_passes=config.max_passes,
                 log=context.log,
-                budget=RequestBudget.remote(config.max_in_flight_requests, config.max_requests_per_second),
+                budget=shared_budget(context.run_id, config),
             )
             log_retries(context, snapshot.retries)
             check_reject_share(name, snapshot, config.max_reject_share)
