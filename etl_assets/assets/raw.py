@@ -33,7 +33,7 @@ class IngestionConfig(Config):
         default=16, ge=1, description="Concurrent requests inside each Ray task; fetching waits on the network, not the CPU."
     )
     max_in_flight_requests: int = Field(
-        default=64, ge=1, description="Page requests in flight at once across every Ray task of the asset."
+        default=64, ge=1, description="Page requests in flight at once across every Ray task of the run."
     )
     max_requests_per_second: float = Field(
         default=500.0, gt=0, description="New page requests per second across every Ray task; halved on each HTTP 429."
@@ -69,6 +69,7 @@ def shared_budget(run_id: str, config: IngestionConfig):
 
     One actor per run is shared by the raw assets, so the API sees one budget
     and the run pays the start of one actor process, not one per asset.
+    NOTE: the limits of the first raw asset to run apply to the whole run.
     """
     from etl_assets.resources.rate_limit import RequestBudget
 
