@@ -64,6 +64,14 @@ def check_reject_share(name: str, snapshot: StagedSnapshot, max_share: float) ->
         )
 
 
+# The run ID and handle of the current run's request budget actor. Ray (2.60 here)
+# destroys a non-detached actor once the handles of its creator are gone, even
+# while a handle found by name with `get_if_exists` is in use, so the creating
+# handle stays here until the next run replaces it. The in-process executor runs
+# every raw asset of a run in this process.
+_run_budget: tuple[str, object] | None = None
+
+
 def shared_budget(run_id: str, config: IngestionConfig):
     """Return the run's request budget actor, created by the first raw asset of the run.
 
@@ -71,10 +79,13 @@ def shared_budget(run_id: str, config: IngestionConfig):
     and the run pays the start of one actor process, not one per asset.
     NOTE: the limits of the first raw asset to run apply to the whole run.
     """
+    global _run_budget
     from etl_assets.resources.rate_limit import RequestBudget
 
-    options = RequestBudget.options(name=f"etl-request-budget-{run_id}", get_if_exists=True)
-    return options.remote(config.max_in_flight_requests, config.max_requests_per_second)
+    if _run_budget is None or _run_budget[0] != run_id:
+        options = RequestBudget.options(name=f"etl-request-budget-{run_id}", get_if_exists=True)
+        _run_budget = (run_id, options.remote(config.max_in_flight_requests, config.max_requests_per_second))
+    return _run_budget[1]
 
 
 def build_raw_asset(name: str, table: RawTable) -> AssetsDefinition:
