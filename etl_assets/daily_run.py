@@ -59,6 +59,17 @@ def check_api(base_url: str) -> None:
     if response.status_code != 200:
         raise PreflightError(f"the API at {redact_url(url)} returned HTTP {response.status_code} for page 1; check ETL_API_BASE_URL")
 
+    # A web server that is not the API often responds with 200 too, with HTML or other JSON.
+    try:
+        page = response.json()
+    except ValueError:
+        page = None
+    if not isinstance(page, dict) or not isinstance(page.get("items"), list) or not isinstance(page.get("total"), int):
+        raise PreflightError(
+            f"the API at {redact_url(url)} returned a page 1 without an `items` list and an integer `total` "
+            f"(body starts {response.text[:80]!r}); check ETL_API_BASE_URL"
+        )
+
 
 def failure_reason(log_text: str) -> str:
     """Pick the most specific error line of a failed Dagster run's output."""

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,37 @@ def test_daily_run_unwritable_data_dir(small_stand_in, tmp_path, case):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: ETL_DATA_DIR {data_dir} is not writable"), lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def static_server(tmp_path):
+    """A plain `python -m http.server` on loopback serving tmp_path/www: a web server that is not the API."""
+    root = tmp_path / "www"
+    root.mkdir()
+    port = closed_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield root, f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("body", ["{not json", '{"data": []}', "<html>tracks</html>"])
+def test_daily_run_not_the_api(static_server, tmp_path, body):
+    root, url = static_server
+    (root / "tracks").write_text(body)
+    result = run([str(BIN / "etl-daily-run")], tmp_path, 120, ETL_API_BASE_URL=url, ETL_DATA_DIR=str(tmp_path / "data"), DAGSTER_HOME=str(tmp_path / "home"))
+    lines = error_lines(result)
+
+    assert result.returncode == 1
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: the API at {url}/tracks returned a page 1 without an `items` list"), lines[0]
+    assert lines[0].endswith("check ETL_API_BASE_URL"), lines[0]
+
