@@ -9,6 +9,8 @@ the terminal gets progress lines and, on failure, the one line that says why.
 import argparse
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,9 +25,13 @@ from etl_assets.resources.api_client import describe_error, redact_url
 from etl_assets.resources.storage import SnapshotStorage
 
 STAND_IN_START_SECONDS = 120
+# How long Dagster gets to stop its run after Ctrl-C before the launcher stops waiting.
+INTERRUPT_WAIT_SECONDS = 120
 PROGRESS = re.compile(r" - (INFO|WARNING|ERROR) - ")
 # Exception lines of this project, or Dagster's Failure, as printed in a traceback.
-ERROR_LINE = re.compile(r"^(?:etl_assets\.[\w.]+|dagster\._core\.definitions\.events\.Failure|\w*Error|PermissionError)[:]\s.+")
+ERROR_LINE = re.compile(r"^(?:etl_assets\.[\w.]+|dagster\._core\.definitions\.events\.Failure|(?:\w+\.)*\w*Error|PermissionError)[:]\s.+")
+# Lines that only report that a step or the run failed, without the cause.
+GENERIC_ERRORS = ("Error: Materialization failed.", "DagsterExecutionStepExecutionError:")
 
 
 def start_stand_in(work_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -44,7 +50,9 @@ def start_stand_in(work_dir: Path) -> tuple[subprocess.Popen, str]:
             raise PreflightError(f"the stand-in API exited at start: {(work_dir / 'stand_in.log').read_text().strip()[-300:]}")
         time.sleep(0.2)
     process.terminate()
-    raise PreflightError(f"the stand-in API did not start within {STAND_IN_START_SECONDS} s; see {work_dir / 'stand_in.log'}")
+    raise PreflightError(
+        f"the stand-in API did not start within {STAND_IN_START_SECONDS} s: {(work_dir / 'stand_in.log').read_text().strip()[-300:]}"
+    )
 
 
 def check_api(base_url: str) -> None:
@@ -71,24 +79,45 @@ def check_api(base_url: str) -> None:
         )
 
 
-def failure_reason(log_text: str) -> str:
+def failure_reason(log_text: str, returncode: int) -> str:
     """Pick the most specific error line of a failed Dagster run's output."""
-    candidates = [line.strip() for line in log_text.splitlines() if ERROR_LINE.match(line.strip())]
+    if returncode < 0:
+        return (
+            f"`dagster asset materialize` was killed by {signal.Signals(-returncode).name}; "
+            "run it again to resume, pages already fetched are kept"
+        )
+    lines = [line.strip() for line in log_text.splitlines()]
+    candidates = [line for line in lines if ERROR_LINE.match(line) and not drop_module(line).startswith(GENERIC_ERRORS)]
     specific = [line for line in candidates if line.startswith("etl_assets.") or "Failure" in line]
     chosen = (specific or candidates or ["the run failed; see the log"])[-1]
-    return re.sub(r"^[\w.]+\.", "", chosen)
+    return drop_module(chosen)
 
 
-def materialize(partition: str, env: dict[str, str], log_path: Path) -> bool:
+def drop_module(error_line: str) -> str:
+    """Remove the module path before the exception name: `ray.exceptions.ActorDiedError: …` to `ActorDiedError: …`."""
+    return re.sub(r"^[\w.]+\.", "", error_line)
+
+
+def materialize(partition: str, env: dict[str, str], log_path: Path) -> int:
+    """Run `dagster asset materialize` for every asset, print its progress lines, and return its exit status."""
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "--select", "*", "--partition", partition, "-m", "etl_assets.definitions"]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            if PROGRESS.search(line) and "DEBUG" not in line:
-                print("  " + line.split(" - ", 5)[-1].strip()[:200], flush=True)
-        return process.wait() == 0
+        try:
+            for line in process.stdout:
+                log.write(line)
+                if PROGRESS.search(line) and "DEBUG" not in line:
+                    print("  " + line.split(" - ", 5)[-1].strip()[:200], flush=True)
+        except KeyboardInterrupt:
+            # Ctrl-C in a terminal reaches Dagster too, but `kill -INT` of this process alone does not.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=INTERRUPT_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+        return process.wait()
 
 
 def main() -> int:
@@ -115,17 +144,22 @@ def main() -> int:
         print(f"Materialising every asset for {args.partition} (DAGSTER_HOME={dagster_home})")
         log_path = dagster_home / "last_run.log"
         started = time.monotonic()
-        if not materialize(args.partition, env, log_path):
-            print(f"error: {failure_reason(log_path.read_text())}", file=sys.stderr)
+        returncode = materialize(args.partition, env, log_path)
+        if returncode != 0:
+            print(f"error: {failure_reason(log_path.read_text(), returncode)}", file=sys.stderr)
             print(f"Full Dagster output: {log_path}", file=sys.stderr)
             return 1
     except (PreflightError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; run it again to resume, pages already fetched are kept", file=sys.stderr)
+        return 130
     finally:
         if stand_in is not None:
             stand_in.terminate()
             stand_in.wait(timeout=30)
+        shutil.rmtree(work_dir, ignore_errors=True)
 
     print(f"Done in {time.monotonic() - started:.1f} s. Outputs for {args.partition}:")
     for asset in sorted(path.name for path in storage.root.iterdir() if not path.name.startswith(".")):

@@ -1,6 +1,7 @@
 """The shell entry points: `dagster asset materialize` on the code location, and the errors of `etl-daily-run`."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from etl_assets.daily_run import failure_reason
 from etl_assets.io_managers.csv_dialect import read_rows
 from etl_assets_tests.pipeline import PARTITION
 
@@ -135,3 +137,60 @@ def test_daily_run_not_the_api(static_server, tmp_path, body):
     assert lines[0].startswith(f"error: the API at {url}/tracks returned a page 1 without an `items` list"), lines[0]
     assert lines[0].endswith("check ETL_API_BASE_URL"), lines[0]
 
+
+# The end of a run's output when a Ray actor died in a raw step, as Dagster 1.13 prints it.
+ACTOR_DIED_LOG = """\
+dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op "raw_tracks"::
+
+ray.exceptions.RayTaskError(ActorDiedError): ray::fetch_block() (pid=24299, ip=192.0.2.2)
+ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.
+	class_name: RequestBudget
+Error: Materialization failed.
+"""
+
+
+def test_failure_reason_library_error():
+    assert failure_reason(ACTOR_DIED_LOG, 1) == "ActorDiedError: The actor died unexpectedly before finishing this task."
+
+
+def test_failure_reason_killed():
+    reason = failure_reason("", -signal.SIGKILL)
+
+    assert reason.startswith("`dagster asset materialize` was killed by SIGKILL"), reason
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_daily_run_interrupted(small_stand_in, tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ETL_", "DAGSTER_", "STAND_IN_"))}
+    env.update(ETL_API_BASE_URL=small_stand_in.base_url, ETL_DATA_DIR=str(tmp_path / "data"), DAGSTER_HOME=str(tmp_path / "home"))
+
+    # A shell that started pytest in the background may pass SIGINT on as ignored, so restore its default.
+    launcher = subprocess.Popen(
+        [str(BIN / "etl-daily-run")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert launcher.stdout is not None
+    # The first progress line comes from Dagster, so its process is running by then.
+    for line in launcher.stdout:
+        if line.startswith("  "):
+            break
+    dagster = child_pids(launcher.pid)
+
+    # Only the launcher gets the signal, as with `kill -INT`, so it must pass it on to Dagster.
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=300)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+
+    assert launcher.returncode == 130
+    assert lines == ["error: interrupted; run it again to resume, pages already fetched are kept"]
+    assert len(dagster) == 1
+    assert not Path(f"/proc/{dagster[0]}").exists()
