@@ -302,7 +302,9 @@ def test_page_size_past_max_not_retried(caplog):
 
     assert "/tracks rejected page=1 size=101 with HTTP 422" in str(error.value)
     assert "page size must be 1-100" in str(error.value)
-    assert caplog.records == []
+    # caplog sees every logger: SQLAlchemy may log here while it closes the SQLite
+    # connections of an earlier test's Dagster instance from another thread.
+    assert [record for record in caplog.records if record.name == "etl_assets.resources.api_client"] == []
 
 
 def test_faults_combined(ray_session, tmp_path):
