@@ -42,6 +42,8 @@ class SnapshotStorage(ConfigurableResource):
     def check_writable(self) -> None:
         """Fail with the path and the fix when the base folder cannot be written."""
         probe = self.root / f".write-probe-{uuid.uuid4().hex[:8]}"
+        if self.root.exists() and not self.root.is_dir():
+            raise PermissionError(f"ETL_DATA_DIR {self.base_dir} is not writable: it is a file, not a folder; set ETL_DATA_DIR to a folder")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe.write_text("")
