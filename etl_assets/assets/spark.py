@@ -84,8 +84,8 @@ def duration_seconds(column):
 def tracks(context: AssetExecutionContext, raw_tracks) -> SparkOutput:
     """One row per track id, its newest version: names trimmed, `duration` parsed to `duration_seconds`.
 
-    Tracks with a null or blank name or artist, or a duration that is neither
-    MM:SS nor H:MM:SS, are dropped; the metadata counts each rule's drops.
+    Tracks with a null or blank name or artist are dropped, and so are tracks
+    whose duration is neither MM:SS nor H:MM:SS. The metadata counts each rule's drops.
     """
     from pyspark.sql import functions as F
 
