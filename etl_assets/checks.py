@@ -20,6 +20,7 @@ from dagster import (
     multi_asset_check,
 )
 
+from etl_assets.assets.spark import SPARK_INPUT
 from etl_assets.contract import RAW_TABLES
 from etl_assets.io_managers.csv_dialect import read_rows
 from etl_assets.io_managers.csv_io_manager import MANIFEST_NAME, PART_NAME
@@ -30,7 +31,6 @@ from etl_assets.resources.storage import SnapshotStorage
 # each check run on the partition its asset just wrote.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=Warning)
 
-SPARK_INPUT = "spark_csv_io_manager"
 # Events of unknown users or tracks above this share block the joined table.
 MAX_ORPHAN_SHARE = 0.05
 # Below this share of yesterday's ids found again today, the source most likely regenerated its data.

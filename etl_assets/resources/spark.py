@@ -160,7 +160,6 @@ class SparkResource(ConfigurableResource):
             self._started = True
             return session
         except Exception as error:
-            conf = self.spark_conf()
             raise SparkUnavailable(
                 f"could not start Spark with master {conf.get('spark.master') or conf.get('spark.remote')}: "
                 f"{str(error).splitlines()[0][:300]}; check that the master is running and reachable and that Java 17+ is on PATH"
