@@ -1,9 +1,9 @@
 """The Ray fan-out that fetches every page of one endpoint into a staging folder.
 
 Page 1 is fetched by the driver to learn `total` and `pages`. The remaining
-pages are cut into contiguous blocks, one Ray task per block; each task fetches
-its pages with a few threads, because fetching waits on the network, not the
-CPU, and writes each page as soon as it arrives so no process holds the table.
+pages are cut into contiguous blocks, one Ray task per block. Each task fetches
+its pages with several threads, because fetching waits on the network, not the
+CPU. It writes each page as soon as it arrives, so no process keeps the table.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -77,7 +77,7 @@ def ingest_endpoint(
     log,
     budget=None,
 ) -> StagedSnapshot:
-    """Fetch all pages of an endpoint into `staging` until one pass sees a constant `total`.
+    """Fetch all pages of an endpoint into `staging` until every page of one pass reports the same `total`.
 
     Pages stored by an earlier attempt with the same `total` are reused. When
     `total` changes while paging, rows have shifted across pages, so the pass is

@@ -75,7 +75,7 @@ _run_budget: tuple[str, object] | None = None
 def shared_budget(run_id: str, config: IngestionConfig):
     """Return the run's request budget actor, created by the first raw asset of the run.
 
-    One actor per run is shared by the raw assets, so the API sees one budget
+    One actor per run is shared by the raw assets, so the API gets one budget
     and the run pays the start of one actor process, not one per asset.
     NOTE: the limits of the first raw asset to run apply to the whole run.
     """

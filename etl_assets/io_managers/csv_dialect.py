@@ -81,7 +81,7 @@ def write_rows(stream: IO[str], columns: Sequence[str], rows: Iterable[dict[str,
 def read_rows(source: Any, column_types: dict[str, type]) -> list[dict[str, Any]]:
     """Read a CSV file (a path or a binary file object) of this dialect into dicts, ints as ints and strings as strings.
 
-    pyarrow, unlike Python's `csv` module, tells a quoted empty string from a null.
+    pyarrow, unlike Python's `csv` module, distinguishes a quoted empty string from a null.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv

@@ -36,7 +36,7 @@ REJECT_COLUMNS = ["page", "reason", "record"]
 
 
 def record_key(table: RawTable, row: dict[str, Any]) -> Any:
-    """The natural key of a row: its id, or a digest of the whole record."""
+    """Return the natural key of a row: its id, or a digest of the whole record."""
     if table.key is not None:
         return row[table.key]
     text = "\x1f".join(format_field(row.get(column)) for column in table.columns)

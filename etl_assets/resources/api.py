@@ -23,7 +23,7 @@ class MoovitamixApi(ConfigurableResource):
     backoff_seconds: float = Field(
         default=0.5, ge=0, description="Base of the exponential backoff between attempts, in seconds; jitter adds up to as much."
     )
-    max_backoff_seconds: float = Field(default=30.0, gt=0, description="Longest wait between two attempts, in seconds.")
+    max_backoff_seconds: float = Field(default=30.0, gt=0, description="Maximum wait between two attempts, in seconds.")
     deadline_seconds: float = Field(
         default=600.0, gt=0, description="Time budget for one page across all its attempts, in seconds."
     )

@@ -2,8 +2,8 @@
 
 One Ray actor keeps the budget: at most `max_in_flight` page requests at a
 time and at most `rate` new ones per second. A 429 from the API halves the
-rate for every task; each successful page raises it back by 2 % of the
-maximum, so the rate settles just under what the API tolerates.
+rate for every task. Each successful page raises it by 2 % of the maximum,
+so the rate moves back up toward what the API tolerates.
 """
 
 import asyncio

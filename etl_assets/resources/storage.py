@@ -1,4 +1,4 @@
-"""Where every asset partition lives: `<base_dir>/<asset>/<YYYY-MM-DD>/`, one folder of CSV parts."""
+"""Snapshot storage: every asset partition is one folder of CSV parts at `<base_dir>/<asset>/<YYYY-MM-DD>/`."""
 
 import os
 import uuid
@@ -13,7 +13,7 @@ def default_data_dir() -> str:
 
 
 class SnapshotStorage(ConfigurableResource):
-    """The folder or fsspec URL that holds every snapshot, with the staging areas beside them."""
+    """The folder or fsspec URL that contains every snapshot, with the staging areas beside them."""
 
     base_dir: str = Field(
         default_factory=default_data_dir,
